@@ -1,0 +1,114 @@
+package dockerregistry
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// defaultReadTimeout matches nginx's proxy_read_timeout 900 of the classic
+// registry proxy: Nexus may take minutes to checksum or scan a layer
+// before it answers the final PUT of an upload.
+const defaultReadTimeout = "900s"
+
+// withProxyDefaults fills in registry-friendly settings for a nested
+// reverse_proxy, leaving every setting the user made as it is:
+//
+//   - transport http with versions ["1.1"]: registries are tuned for
+//     HTTP/1.1 and Nexus connectors speak nothing else;
+//   - compression false: the transport would otherwise ask for gzip on
+//     the client's behalf and decompress, which drops Content-Length and
+//     breaks digest checks;
+//   - read_timeout 900s, see defaultReadTimeout;
+//   - X-Forwarded-Host without the port: Nexus 3.77 to 3.80 append the
+//     port again and advertise host:8083:8083.
+//
+// Handlers other than reverse_proxy are returned unchanged.
+func withProxyDefaults(raw json.RawMessage) (json.RawMessage, error) {
+	var proxy map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &proxy); err != nil {
+		return nil, fmt.Errorf("decoding proxy handler: %v", err)
+	}
+	var name string
+	if err := json.Unmarshal(proxy["handler"], &name); err != nil || name != "reverse_proxy" {
+		return raw, nil
+	}
+
+	transport, err := transportDefaults(proxy["transport"])
+	if err != nil {
+		return nil, err
+	}
+	if transport != nil {
+		proxy["transport"] = transport
+	}
+
+	headers, err := forwardedHostDefault(proxy["headers"])
+	if err != nil {
+		return nil, err
+	}
+	proxy["headers"] = headers
+
+	return json.Marshal(proxy)
+}
+
+// transportDefaults returns the transport with defaults filled in, or nil
+// to keep a transport of another protocol (fastcgi, say) unchanged.
+func transportDefaults(raw json.RawMessage) (json.RawMessage, error) {
+	transport := map[string]json.RawMessage{"protocol": json.RawMessage(`"http"`)}
+	if raw != nil {
+		transport = nil
+		if err := json.Unmarshal(raw, &transport); err != nil {
+			return nil, fmt.Errorf("decoding proxy transport: %v", err)
+		}
+		var protocol string
+		_ = json.Unmarshal(transport["protocol"], &protocol)
+		if protocol != "http" {
+			return nil, nil
+		}
+	}
+	setIfAbsent(transport, "versions", `["1.1"]`)
+	setIfAbsent(transport, "compression", `false`)
+	setIfAbsent(transport, "read_timeout", `"`+defaultReadTimeout+`"`)
+	return json.Marshal(transport)
+}
+
+// forwardedHostDefault adds a replace operation that strips the port from
+// X-Forwarded-Host, unless the user configured that header themselves.
+// reverse_proxy applies these operations after it sets the X-Forwarded
+// headers, so the operation sees the value it would send.
+func forwardedHostDefault(raw json.RawMessage) (json.RawMessage, error) {
+	if raw != nil && strings.Contains(strings.ToLower(string(raw)), "x-forwarded-host") {
+		return raw, nil
+	}
+	headers := map[string]map[string]json.RawMessage{}
+	if raw != nil {
+		if err := json.Unmarshal(raw, &headers); err != nil {
+			return nil, fmt.Errorf("decoding proxy headers: %v", err)
+		}
+	}
+	request := headers["request"]
+	if request == nil {
+		request = map[string]json.RawMessage{}
+	}
+	replace := map[string]json.RawMessage{}
+	if request["replace"] != nil {
+		if err := json.Unmarshal(request["replace"], &replace); err != nil {
+			return nil, fmt.Errorf("decoding proxy header replacements: %v", err)
+		}
+	}
+	// the host is a reg-name, an IPv4 address or a bracketed IPv6 literal;
+	// the port is the trailing :digits outside brackets
+	replace["X-Forwarded-Host"] = json.RawMessage(`[{"search_regexp":"^(\\[[^\\]]*\\]|[^:]*):[0-9]*$","replace":"$1"}]`)
+	var err error
+	if request["replace"], err = json.Marshal(replace); err != nil {
+		return nil, err
+	}
+	headers["request"] = request
+	return json.Marshal(headers)
+}
+
+func setIfAbsent(m map[string]json.RawMessage, key, value string) {
+	if _, ok := m[key]; !ok {
+		m[key] = json.RawMessage(value)
+	}
+}

@@ -1,0 +1,263 @@
+package dockerregistry
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// Names of the targets in logs and placeholders.
+const (
+	targetPull   = "pull"
+	targetPush   = "push"
+	targetModule = "module"
+)
+
+// ServeHTTP routes a registry API request to its target and fixes the
+// response on its way out. Requests outside /v2 go to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !isAPIPath(r.URL.Path) {
+		return h.serveOutsideAPI(w, r, next)
+	}
+	start := time.Now()
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+
+	req, targetName, target, rerr := h.route(r)
+	setPlaceholders(repl, req, targetName)
+	if rerr != nil {
+		h.logRejection(r, req, rerr)
+		writeRegistryError(w, r, h.APIVersion, rerr)
+		return nil
+	}
+
+	// a registry speaks plain request and response; an Upgrade header
+	// would make reverse_proxy switch protocols with the upstream
+	if r.Header.Get("Upgrade") != "" {
+		r.Header.Del("Upgrade")
+	}
+	if target.PathPrefix != "" {
+		addPathPrefix(r, target.PathPrefix)
+	}
+
+	fixer := &responseFixer{
+		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
+		apiVersion:            h.APIVersion,
+		rewriter:              newOriginRewriter(r, h.upstreamHosts, target.PathPrefix),
+	}
+	err := target.proxy.ServeHTTP(fixer, r, notFoundHandler{apiVersion: h.APIVersion})
+	h.logProxied(r, repl, req, targetName, fixer.status, start, err)
+	if err == nil {
+		return nil
+	}
+	return h.handleProxyError(fixer, r, err)
+}
+
+// route classifies the request and picks its target, or returns the error
+// that the module answers instead.
+func (h *Handler) route(r *http.Request) (apiRequest, string, *Target, *registryError) {
+	if h.uaRule.rejects(r.Header.Values("User-Agent")) {
+		return apiRequest{operation: opInvalid}, targetModule, nil, &registryError{
+			status:  http.StatusNotFound,
+			code:    codeUnsupported,
+			message: "this client is too old for the registry API v2; upgrade Docker to 1.6 or later",
+		}
+	}
+	if !isAllowedMethod(r.Method) {
+		return apiRequest{operation: opInvalid}, targetModule, nil, &registryError{
+			status:  http.StatusMethodNotAllowed,
+			code:    codeUnsupported,
+			message: "method " + r.Method + " is not supported by the registry API",
+		}
+	}
+
+	req, rerr := classifyRequest(r.Method, r.URL.EscapedPath())
+	if rerr != nil {
+		return req, targetModule, nil, rerr
+	}
+
+	if !h.goesToPush(r.Method, req) {
+		return req, targetPull, h.Pull, nil
+	}
+	if h.ReadOnly {
+		return req, targetModule, nil, &registryError{
+			status:  http.StatusMethodNotAllowed,
+			code:    codeUnsupported,
+			message: "this registry endpoint is read-only; push to a hosted repository endpoint instead",
+		}
+	}
+	if h.Push == nil {
+		return req, targetPull, h.Pull, nil
+	}
+	return req, targetPush, h.Push, nil
+}
+
+// goesToPush applies the routing table: upload sessions and writes go to
+// the push target; blob HEAD follows blob_head; the token endpoint and
+// reads go to the pull target.
+func (h *Handler) goesToPush(method string, req apiRequest) bool {
+	switch {
+	case req.operation == opToken:
+		return false
+	case req.operation == opUpload:
+		return true
+	case req.operation == opBlob && method == http.MethodHead:
+		return h.blobHeadPush
+	}
+	return req.write
+}
+
+// serveOutsideAPI passes a request outside /v2 to the next handler, except
+// the registry API v1, which gets a registry error. When no later handler
+// writes a response, the client gets 404 instead of an empty 200.
+func (h *Handler) serveOutsideAPI(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/") {
+		writeRegistryError(w, r, h.APIVersion, &registryError{
+			status:  http.StatusNotFound,
+			code:    codeUnsupported,
+			message: "the registry API v1 is not supported; use a client that speaks v2",
+		})
+		return nil
+	}
+	tracker := &passTracker{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	if err := next.ServeHTTP(tracker, r); err != nil {
+		return err
+	}
+	if !tracker.wrote {
+		return caddyhttp.Error(http.StatusNotFound, errors.New("no handler for a path outside the registry API"))
+	}
+	return nil
+}
+
+// handleProxyError answers a failed upstream round trip with OCI error
+// JSON, since registry clients show the message of such a body and
+// nothing of an empty one. Once the response has started, the error goes
+// back to Caddy, which aborts the connection so that a short body cannot
+// pass for a complete one.
+func (h *Handler) handleProxyError(fixer *responseFixer, r *http.Request, err error) error {
+	if fixer.wroteHeader {
+		return err
+	}
+	status := http.StatusBadGateway
+	var handlerErr caddyhttp.HandlerError
+	if errors.As(err, &handlerErr) && handlerErr.StatusCode != 0 {
+		status = handlerErr.StatusCode
+	}
+	// 499 means that the client went away: nobody reads a response
+	if status == 499 {
+		return err
+	}
+	message := "the upstream registry failed to answer"
+	switch status {
+	case http.StatusBadGateway:
+		message = "the upstream registry is unreachable"
+	case http.StatusGatewayTimeout:
+		message = "the upstream registry timed out"
+	}
+	h.logger.Error("upstream round trip failed",
+		zap.String("method", r.Method),
+		zap.String("uri", r.RequestURI),
+		zap.Int("status", status),
+		zap.Error(err))
+	writeRegistryError(fixer, r, h.APIVersion, &registryError{
+		status:  status,
+		code:    codeUnavailable,
+		message: message,
+	})
+	return nil
+}
+
+// notFoundHandler is the next handler of a target: a target handler that
+// passes a request on (not reverse_proxy) ends here.
+type notFoundHandler struct{ apiVersion string }
+
+func (n notFoundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	writeRegistryError(w, r, n.apiVersion, &registryError{
+		status:  http.StatusNotFound,
+		code:    codeUnsupported,
+		message: "no target handler answered this request",
+	})
+	return nil
+}
+
+// isAPIPath reports whether a decoded path belongs to the registry API v2.
+func isAPIPath(p string) bool {
+	return p == "/v2" || strings.HasPrefix(p, "/v2/")
+}
+
+func isAllowedMethod(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// addPathPrefix puts the path prefix of path-based routing in front of the
+// path, in both its decoded and its escaped form, so that the escaped path
+// reaches the upstream byte for byte.
+func addPathPrefix(r *http.Request, prefix string) {
+	u := *r.URL
+	u.Path = prefix + u.Path
+	if u.RawPath != "" {
+		u.RawPath = prefix + u.RawPath
+	}
+	r.URL = &u
+}
+
+func setPlaceholders(repl *caddy.Replacer, req apiRequest, target string) {
+	repl.Set("http.docker_registry.operation", req.operation)
+	repl.Set("http.docker_registry.repository", req.repository)
+	repl.Set("http.docker_registry.reference", req.reference)
+	repl.Set("http.docker_registry.upload_id", req.uploadID)
+	repl.Set("http.docker_registry.target", target)
+}
+
+func (h *Handler) logRejection(r *http.Request, req apiRequest, rerr *registryError) {
+	if c := h.rejectLogger.Check(zapcore.InfoLevel, "rejected registry request"); c != nil {
+		c.Write(
+			zap.String("method", r.Method),
+			zap.String("uri", r.RequestURI),
+			zap.String("user_agent", r.Header.Get("User-Agent")),
+			zap.String("remote_ip", r.RemoteAddr),
+			zap.String("operation", req.operation),
+			zap.Int("status", rerr.status),
+			zap.String("code", rerr.code),
+			zap.String("reason", rerr.message),
+		)
+	}
+}
+
+func (h *Handler) logProxied(r *http.Request, repl *caddy.Replacer, req apiRequest, target string, status int, start time.Time, err error) {
+	c := h.logger.Check(zapcore.DebugLevel, "routed registry request")
+	if c == nil {
+		return
+	}
+	upstream, _ := repl.GetString("http.reverse_proxy.upstream.hostport")
+	fields := []zap.Field{
+		zap.String("method", r.Method),
+		zap.String("operation", req.operation),
+		zap.String("repository", req.repository),
+		zap.String("target", target),
+		zap.String("upstream", upstream),
+		zap.Int("status", status),
+		zap.Duration("duration", time.Since(start)),
+	}
+	if req.reference != "" {
+		fields = append(fields, zap.String("reference", req.reference))
+	}
+	if req.uploadID != "" {
+		fields = append(fields, zap.String("upload_id", req.uploadID))
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	c.Write(fields...)
+}

@@ -1,0 +1,236 @@
+package dockerregistry
+
+import (
+	"net"
+	"net/http"
+	"strings"
+)
+
+// originRewriter turns URLs that an upstream built for itself into URLs on
+// the public origin the client used. Registries put absolute URLs in
+// Location (upload sessions), Content-Location and the realm of a Bearer
+// challenge; behind a proxy they often name their own dial address, plain
+// http, an explicit :443, a doubled port or the scheme "null".
+type originRewriter struct {
+	// origin is scheme://host[:port] as the client reached the module,
+	// without a default port.
+	origin string
+	// publicHost is the host name of origin, lowercase.
+	publicHost string
+	// upstreamHosts are the lowercase host names of the upstreams.
+	upstreamHosts []string
+	// prefix is the path prefix of path-based routing, removed from
+	// rewritten paths.
+	prefix string
+}
+
+// newOriginRewriter derives the public origin from the request: https on a
+// TLS connection, and the Host the client sent.
+func newOriginRewriter(r *http.Request, upstreamHosts []string, prefix string) originRewriter {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host, port := splitHostPort(r.Host)
+	hostport := host
+	if port != "" && !(scheme == "https" && port == "443") && !(scheme == "http" && port == "80") {
+		hostport = net.JoinHostPort(strings.Trim(host, "[]"), port)
+	}
+	return originRewriter{
+		origin:        scheme + "://" + hostport,
+		publicHost:    strings.ToLower(strings.Trim(host, "[]")),
+		upstreamHosts: upstreamHosts,
+		prefix:        prefix,
+	}
+}
+
+// rewriteURL returns the public form of a URL sent by the upstream and
+// whether it changed. Absolute URLs on an upstream host or on the public
+// host are moved to the public origin; the path, query and fragment are
+// kept byte for byte, less the path prefix. Relative URLs only lose the
+// prefix. URLs on any other host are returned unchanged.
+func (o originRewriter) rewriteURL(u string) (string, bool) {
+	if o.publicHost == "" {
+		return u, false
+	}
+	if strings.HasPrefix(u, "/") && !strings.HasPrefix(u, "//") {
+		trimmed := o.trimPrefix(u)
+		return trimmed, trimmed != u
+	}
+
+	authority, rest, ok := splitAbsoluteURL(u)
+	if !ok {
+		return u, false
+	}
+	host, _ := splitHostPort(authority)
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	if !o.isOwnHost(host) {
+		return u, false
+	}
+	out := o.origin + o.trimPrefix(rest)
+	return out, out != u
+}
+
+func (o originRewriter) isOwnHost(host string) bool {
+	if host == o.publicHost {
+		return true
+	}
+	for _, h := range o.upstreamHosts {
+		if host == h {
+			return true
+		}
+	}
+	return false
+}
+
+// trimPrefix removes the path prefix from a path that starts with it as a
+// whole segment.
+func (o originRewriter) trimPrefix(pathAndQuery string) string {
+	if o.prefix == "" {
+		return pathAndQuery
+	}
+	rest, ok := strings.CutPrefix(pathAndQuery, o.prefix)
+	if !ok {
+		return pathAndQuery
+	}
+	if rest == "" {
+		return "/"
+	}
+	switch rest[0] {
+	case '/':
+		return rest
+	case '?', '#':
+		return "/" + rest
+	}
+	return pathAndQuery
+}
+
+// splitAbsoluteURL splits "scheme://authority/rest" or "//authority/rest"
+// without decoding anything, so that rest is kept byte for byte. Any
+// scheme is accepted, including Nexus's "null".
+func splitAbsoluteURL(u string) (authority, rest string, ok bool) {
+	after, found := "", false
+	if strings.HasPrefix(u, "//") {
+		after, found = u[2:], true
+	} else if i := strings.Index(u, "://"); i > 0 && isScheme(u[:i]) {
+		after, found = u[i+3:], true
+	}
+	if !found {
+		return "", "", false
+	}
+	end := strings.IndexAny(after, "/?#")
+	if end < 0 {
+		return after, "", after != ""
+	}
+	return after[:end], after[end:], end > 0
+}
+
+func isScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
+}
+
+// splitHostPort splits an authority into host and port leniently: a
+// malformed port such as Nexus's doubled "host:8083:8083" still yields the
+// host. IPv6 literals keep their brackets. Userinfo is dropped.
+func splitHostPort(authority string) (host, port string) {
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		authority = authority[at+1:]
+	}
+	if strings.HasPrefix(authority, "[") {
+		end := strings.IndexByte(authority, ']')
+		if end < 0 {
+			return authority, ""
+		}
+		host, rest := authority[:end+1], authority[end+1:]
+		port, _ = strings.CutPrefix(rest, ":")
+		return host, port
+	}
+	host, port, _ = strings.Cut(authority, ":")
+	return host, port
+}
+
+// rewriteBearerRealm rewrites the realm parameter of a Bearer challenge in
+// a WWW-Authenticate value. Other schemes and parameters are kept as sent.
+func (o originRewriter) rewriteBearerRealm(challenge string) (string, bool) {
+	if len(challenge) < 7 || !strings.EqualFold(challenge[:7], "bearer ") {
+		return challenge, false
+	}
+	start, end, quoted := findParam(challenge, "realm")
+	if start < 0 {
+		return challenge, false
+	}
+	realm := challenge[start:end]
+	if quoted && strings.IndexByte(realm, '\\') >= 0 {
+		// a realm URL has no reason to contain quoted-pair escapes
+		return challenge, false
+	}
+	rewritten, changed := o.rewriteURL(realm)
+	if !changed {
+		return challenge, false
+	}
+	if quoted {
+		rewritten = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(rewritten)
+	}
+	return challenge[:start] + rewritten + challenge[end:], true
+}
+
+// findParam locates the value of an auth-param (RFC 9110, section 11.2)
+// named name in a challenge, as byte offsets of the value without quotes.
+// It returns start -1 when the parameter is absent or malformed.
+func findParam(challenge, name string) (start, end int, quoted bool) {
+	i := strings.IndexByte(challenge, ' ')
+	for i >= 0 && i < len(challenge) {
+		// skip separators before the parameter name
+		for i < len(challenge) && (challenge[i] == ' ' || challenge[i] == ',' || challenge[i] == '\t') {
+			i++
+		}
+		eq := strings.IndexByte(challenge[i:], '=')
+		if eq < 0 {
+			return -1, -1, false
+		}
+		key := strings.TrimSpace(challenge[i : i+eq])
+		v := i + eq + 1
+		for v < len(challenge) && challenge[v] == ' ' {
+			v++
+		}
+		valueStart, valueEnd, isQuoted := v, v, false
+		if v < len(challenge) && challenge[v] == '"' {
+			isQuoted = true
+			valueStart = v + 1
+			valueEnd = closingQuote(challenge, valueStart)
+			if valueEnd < 0 {
+				return -1, -1, false
+			}
+			i = valueEnd + 1
+		} else {
+			for valueEnd < len(challenge) && challenge[valueEnd] != ',' {
+				valueEnd++
+			}
+			i = valueEnd
+		}
+		if strings.EqualFold(key, name) {
+			return valueStart, valueEnd, isQuoted
+		}
+	}
+	return -1, -1, false
+}
+
+// closingQuote returns the index of the quote that ends a quoted-string
+// whose content starts at from, honouring backslash escapes, or -1.
+func closingQuote(s string, from int) int {
+	for i := from; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return -1
+}
