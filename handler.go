@@ -42,7 +42,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Header.Get("Upgrade") != "" {
 		r.Header.Del("Upgrade")
 	}
-	if target.PathPrefix != "" {
+	// Nexus serves its token endpoint at the root of the base URL, also
+	// for repositories reached through path-based routing
+	if target.PathPrefix != "" && req.operation != opToken {
 		addPathPrefix(r, target.PathPrefix)
 	}
 

@@ -2,6 +2,7 @@ package dockerregistry
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -168,7 +169,12 @@ func TestRoutingPathPrefix(t *testing.T) {
 			}
 			up := map[string]*upstream{"pull": pull, "push": push}[rc.target]
 			got := up.last(t)
-			if want := prefixes[rc.target] + rc.uri; got.RequestURI != want {
+			want := prefixes[rc.target] + rc.uri
+			if strings.HasPrefix(rc.uri, "/v2/token") {
+				// the token endpoint lives at the root of the Nexus base URL
+				want = rc.uri
+			}
+			if got.RequestURI != want {
 				t.Errorf("upstream request URI: got %s, want %s", got.RequestURI, want)
 			}
 			if got.Method != rc.method {
