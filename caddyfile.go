@@ -93,7 +93,9 @@ func (h *Handler) unmarshal(d *caddyfile.Dispenser) ([]pendingProxy, error) {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		option := d.Val()
-		if seen[option] {
+		// push is checked in its case, because push off together with a
+		// push upstream deserves a clearer message than a duplicate
+		if seen[option] && option != "push" {
 			return nil, d.Errf("duplicate subdirective %s", option)
 		}
 		seen[option] = true
@@ -112,7 +114,17 @@ func (h *Handler) unmarshal(d *caddyfile.Dispenser) ([]pendingProxy, error) {
 
 		case "push":
 			segment := d.NextSegment()
-			if len(segment) == 2 && segment[1].Text == "off" {
+			off := len(segment) > 1 && segment[1].Text == "off"
+			if off && len(segment) > 2 {
+				return nil, d.Err("push off takes no other arguments and no block")
+			}
+			if h.ReadOnly || h.Push != nil {
+				if off == h.ReadOnly {
+					return nil, d.Errf("duplicate subdirective %s", option)
+				}
+				return nil, d.Err("push off cannot be combined with a push upstream")
+			}
+			if off {
 				h.ReadOnly = true
 				continue
 			}
@@ -144,6 +156,9 @@ func (h *Handler) unmarshal(d *caddyfile.Dispenser) ([]pendingProxy, error) {
 				h.AllowOldClients = true
 				continue
 			}
+			if containsString(patterns, "off") {
+				return nil, d.Err("reject_user_agent off takes no patterns")
+			}
 			for _, p := range patterns {
 				if _, err := regexp.Compile(p); err != nil {
 					return nil, d.Errf("invalid reject_user_agent pattern %s: %v", p, err)
@@ -167,9 +182,6 @@ func (h *Handler) unmarshal(d *caddyfile.Dispenser) ([]pendingProxy, error) {
 
 	if h.Pull == nil {
 		return nil, d.Err("missing upstream: give one on the directive line or in a pull subdirective")
-	}
-	if h.ReadOnly && h.Push != nil {
-		return nil, d.Err("push off cannot be combined with a push upstream")
 	}
 	return proxies, nil
 }

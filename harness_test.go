@@ -46,7 +46,7 @@ type caddyOptions struct {
 // of those names.
 func startCaddy(t *testing.T, handler map[string]any, opts caddyOptions) *testCaddy {
 	t.Helper()
-	dir := t.TempDir()
+	dir := tempDir(t)
 	port := freePort(t)
 	tc := &testCaddy{addr: "127.0.0.1:" + port, port: port, logFile: filepath.Join(dir, "caddy.log")}
 
@@ -104,17 +104,37 @@ func startCaddy(t *testing.T, handler map[string]any, opts caddyOptions) *testCa
 	}
 	tc.rootCAs = x509.NewCertPool()
 	tc.rootCAs.AppendCertsFromPEM(rootPEM)
-	tc.waitForCertificate(t)
+	for _, name := range []string{"localhost", "mydocker", "mydocker.local"} {
+		tc.waitForCertificate(t, name)
+	}
 	return tc
+}
+
+// tempDir returns a directory for Caddy's storage that is removed after
+// Caddy stopped. Unlike t.TempDir, the removal retries, because
+// certificate maintenance may still finish a write after Stop returns.
+func tempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "caddy-docker-registry-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for os.RemoveAll(dir) != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	return dir
 }
 
 // waitForCertificate blocks until the server completes a TLS handshake,
 // because the internal issuer signs the certificate in the background.
-func (tc *testCaddy) waitForCertificate(t *testing.T) {
+func (tc *testCaddy) waitForCertificate(t *testing.T, serverName string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		conn, err := tls.Dial("tcp", tc.addr, &tls.Config{ServerName: "mydocker", RootCAs: tc.rootCAs})
+		conn, err := tls.Dial("tcp", tc.addr, &tls.Config{ServerName: serverName, RootCAs: tc.rootCAs})
 		if err == nil {
 			conn.Close()
 			return

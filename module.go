@@ -235,7 +235,7 @@ func validatePathPrefix(prefix string) error {
 		for i := 0; i < len(seg); i++ {
 			c := seg[i]
 			if !(isAlnum(c) || strings.IndexByte("-._~", c) >= 0) {
-				return fmt.Errorf("invalid path_prefix %q: character %q needs percent-encoding", prefix, c)
+				return fmt.Errorf("invalid path_prefix %q: only letters, digits and -._~ are allowed between slashes, without percent-encoding", prefix)
 			}
 		}
 	}
