@@ -93,15 +93,58 @@ func decodeSegments(escaped string) ([]string, *registryError) {
 }
 
 // isSafeSegment reports whether a decoded segment consists of printable
-// ASCII other than the slash, backslash and space.
+// ASCII other than the slash, backslash, space, semicolon and percent
+// sign. Java servers such as Jetty, which Nexus runs on, cut path
+// parameters at ";" before they resolve dot segments, so "..;" is ".."
+// for them. A "%" left after decoding means that the client encoded
+// twice, for a backend that decodes twice. No repository name,
+// reference, digest or upload id contains either character.
 func isSafeSegment(seg string) bool {
 	for i := 0; i < len(seg); i++ {
 		c := seg[i]
-		if c <= ' ' || c >= 0x7f || c == '/' || c == '\\' {
+		if c <= ' ' || c >= 0x7f || c == '/' || c == '\\' || c == ';' || c == '%' {
 			return false
 		}
 	}
 	return true
+}
+
+// isDisguisedAPIPath reports whether a decoded path that is neither /v2
+// nor under /v2/ becomes one once a backend normalises it. The
+// normalisation is that of common HTTP servers: decoding
+// percent-encodings again, treating a backslash as a slash, dropping
+// empty segments and path parameters (";..."), and resolving dot
+// segments. Such a request belongs to the registry API and must not reach
+// the next handler, where a Nexus UI upstream could serve it as /v2. Case
+// is kept, because Go, Caddy and Jetty treat /V2 as another path.
+func isDisguisedAPIPath(p string) bool {
+	if !strings.Contains(p, "%") && !strings.Contains(p, "v2") {
+		return false
+	}
+	// three rounds of decoding cover any realistic chain of proxies
+	for range 3 {
+		decoded, err := url.PathUnescape(p)
+		if err != nil || decoded == p {
+			break
+		}
+		p = decoded
+	}
+	p = strings.ReplaceAll(p, "\\", "/")
+
+	var resolved []string
+	for _, seg := range strings.Split(p, "/") {
+		seg, _, _ = strings.Cut(seg, ";")
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(resolved) > 0 {
+				resolved = resolved[:len(resolved)-1]
+			}
+		default:
+			resolved = append(resolved, seg)
+		}
+	}
+	return len(resolved) > 0 && resolved[0] == "v2"
 }
 
 // classifySegments matches the decoded segments against the endpoints of

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // uiHandler stands for the Nexus UI behind the same site.
@@ -167,7 +168,19 @@ func TestDebugLogNamesRequestWithoutCredentials(t *testing.T) {
 	do(t, tc.client(false), http.MethodGet, tc.url("mydocker", "/v2/"), nil,
 		http.Header{"Authorization": {secret}, "User-Agent": {"docker/1.4.1"}})
 
-	entries := readLogEntries(t, tc.logFile)
+	// Caddy may write an entry after the client has its response
+	var entries []map[string]any
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		entries = readLogEntries(t, tc.logFile)
+		if findLogEntry(entries, "routed registry request") != nil && findLogEntry(entries, "rejected registry request") != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	routed := findLogEntry(entries, "routed registry request")
 	if routed == nil {
 		t.Fatal("no debug entry for the routed request")

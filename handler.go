@@ -2,6 +2,7 @@ package dockerregistry
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -31,9 +32,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	req, targetName, target, rerr := h.route(r)
 	setPlaceholders(repl, req, targetName)
+	observer := h.observe(w, r, repl, req, targetName, start)
 	if rerr != nil {
 		h.logRejection(r, req, rerr)
 		writeRegistryError(w, r, h.APIVersion, rerr)
+		observer.rejected(rerr)
 		return nil
 	}
 
@@ -48,27 +51,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		addPathPrefix(r, target.PathPrefix)
 	}
 
+	observer.forward(r)
 	fixer := &responseFixer{
-		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
+		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: observer},
 		apiVersion:            h.APIVersion,
 		rewriter:              newOriginRewriter(r, h.upstreamHosts, target.PathPrefix),
+		request:               r,
+		logger:                h.logger,
 	}
-	err := target.proxy.ServeHTTP(fixer, r, notFoundHandler{apiVersion: h.APIVersion})
-	h.logProxied(r, repl, req, targetName, fixer.status, start, err)
-	if err == nil {
-		return nil
+	proxyErr := target.proxy.ServeHTTP(fixer, r, notFoundHandler{apiVersion: h.APIVersion})
+	err := proxyErr
+	if err != nil {
+		err = h.handleProxyError(fixer, r, err)
 	}
-	return h.handleProxyError(fixer, r, err)
+	h.logProxied(r, repl, req, targetName, fixer.status, start, proxyErr)
+	observer.finish(r, err)
+	return err
 }
 
 // route classifies the request and picks its target, or returns the error
 // that the module answers instead.
 func (h *Handler) route(r *http.Request) (apiRequest, string, *Target, *registryError) {
-	if h.uaRule.rejects(r.Header.Values("User-Agent")) {
+	if reason := h.uaRule.rejection(r.Header.Values("User-Agent")); reason != reasonUnset {
 		return apiRequest{operation: opInvalid}, targetModule, nil, &registryError{
 			status:  http.StatusNotFound,
 			code:    codeUnsupported,
 			message: "this client is too old for the registry API v2; upgrade Docker to 1.6 or later",
+			reason:  reason,
 		}
 	}
 	if !isAllowedMethod(r.Method) {
@@ -76,6 +85,7 @@ func (h *Handler) route(r *http.Request) (apiRequest, string, *Target, *registry
 			status:  http.StatusMethodNotAllowed,
 			code:    codeUnsupported,
 			message: "method " + r.Method + " is not supported by the registry API",
+			reason:  reasonMethod,
 		}
 	}
 
@@ -92,6 +102,7 @@ func (h *Handler) route(r *http.Request) (apiRequest, string, *Target, *registry
 			status:  http.StatusMethodNotAllowed,
 			code:    codeUnsupported,
 			message: "this registry endpoint is read-only; push to a hosted repository endpoint instead",
+			reason:  reasonReadOnly,
 		}
 	}
 	if h.Push == nil {
@@ -120,11 +131,14 @@ func (h *Handler) goesToPush(method string, req apiRequest) bool {
 // writes a response, the client gets 404 instead of an empty 200.
 func (h *Handler) serveOutsideAPI(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/") {
-		writeRegistryError(w, r, h.APIVersion, &registryError{
+		rerr := &registryError{
 			status:  http.StatusNotFound,
 			code:    codeUnsupported,
 			message: "the registry API v1 is not supported; use a client that speaks v2",
-		})
+			reason:  reasonUnknownEndpoint,
+		}
+		writeRegistryError(w, r, h.APIVersion, rerr)
+		h.metrics.countRejection(opInvalid, rerr)
 		return nil
 	}
 	tracker := &passTracker{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
@@ -188,9 +202,10 @@ func (n notFoundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) error
 	return nil
 }
 
-// isAPIPath reports whether a decoded path belongs to the registry API v2.
+// isAPIPath reports whether a decoded path belongs to the registry API v2,
+// also in a disguise that the classifier then rejects.
 func isAPIPath(p string) bool {
-	return p == "/v2" || strings.HasPrefix(p, "/v2/")
+	return p == "/v2" || strings.HasPrefix(p, "/v2/") || isDisguisedAPIPath(p)
 }
 
 func isAllowedMethod(method string) bool {
@@ -224,15 +239,19 @@ func setPlaceholders(repl *caddy.Replacer, req apiRequest, target string) {
 
 func (h *Handler) logRejection(r *http.Request, req apiRequest, rerr *registryError) {
 	if c := h.rejectLogger.Check(zapcore.InfoLevel, "rejected registry request"); c != nil {
+		// split as in Caddy's access log, which has the same two fields
+		remoteIP, remotePort, _ := net.SplitHostPort(r.RemoteAddr)
 		c.Write(
 			zap.String("method", r.Method),
 			zap.String("uri", r.RequestURI),
 			zap.String("user_agent", r.Header.Get("User-Agent")),
-			zap.String("remote_ip", r.RemoteAddr),
+			zap.String("remote_ip", remoteIP),
+			zap.String("remote_port", remotePort),
 			zap.String("operation", req.operation),
 			zap.Int("status", rerr.status),
 			zap.String("code", rerr.code),
 			zap.String("reason", rerr.message),
+			zap.String("rejection", rejectionReasonNames[rejectionReasonOf(rerr)]),
 		)
 	}
 }

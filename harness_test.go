@@ -69,7 +69,7 @@ func startCaddy(t *testing.T, handler map[string]any, opts caddyOptions) *testCa
 		}}}
 	}
 	cfg := map[string]any{
-		"admin":   map[string]any{"disabled": true},
+		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"storage": map[string]any{"module": "file_system", "root": dir},
 		"logging": logging,
 		"apps": map[string]any{

@@ -76,6 +76,7 @@ type Handler struct {
 	upstreamHosts []string
 	logger        *zap.Logger
 	rejectLogger  *zap.Logger
+	metrics       *registryMetrics
 }
 
 // Target is one destination of registry requests.
@@ -102,8 +103,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets defaults, compiles the user-agent patterns and loads the
-// target handlers.
+// Provision sets defaults, registers the metrics, compiles the user-agent
+// patterns and loads the target handlers.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 
@@ -112,6 +113,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.rejectLogger = h.logger.WithOptions(zap.WrapCore(func(core zapcore.Core) zapcore.Core {
 		return zapcore.NewSamplerWithOptions(core, time.Second, 5, 100)
 	}))
+
+	var err error
+	if h.metrics, err = provisionMetrics(ctx); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 
 	if h.APIVersion == "" {
 		h.APIVersion = defaultAPIVersion

@@ -26,6 +26,7 @@ type registryError struct {
 	code    string
 	message string
 	detail  any
+	reason  rejectionReason // for the rejections metric
 }
 
 func (e *registryError) Error() string { return e.code + ": " + e.message }

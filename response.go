@@ -6,6 +6,9 @@ import (
 	"net"
 	"net/http"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -17,13 +20,33 @@ type responseFixer struct {
 	caddyhttp.ResponseWriterWrapper
 	apiVersion  string
 	rewriter    originRewriter
+	request     *http.Request
+	logger      *zap.Logger
 	wroteHeader bool
 	status      int
+
+	// replaced is set when the upstream response carried a URL header
+	// that cannot be made safe and the module sent a 502 instead. The
+	// upstream's header and body then go nowhere.
+	replaced      bool
+	droppedHeader http.Header
+}
+
+// Header returns the header map of the response, or a detached map once
+// the upstream response was replaced, so that trailers copied later by
+// reverse_proxy do not reach the client.
+func (f *responseFixer) Header() http.Header {
+	if f.replaced {
+		return f.droppedHeader
+	}
+	return f.ResponseWriter.Header()
 }
 
 func (f *responseFixer) WriteHeader(status int) {
 	if f.wroteHeader {
-		f.ResponseWriter.WriteHeader(status)
+		if !f.replaced {
+			f.ResponseWriter.WriteHeader(status)
+		}
 		return
 	}
 	// informational responses (100 Continue, 103 Early Hints) go out as
@@ -34,13 +57,53 @@ func (f *responseFixer) WriteHeader(status int) {
 	}
 	f.wroteHeader = true
 	f.status = status
-	f.fixHeader(f.ResponseWriter.Header())
+	if unsafe := f.fixHeader(f.ResponseWriter.Header()); unsafe != "" {
+		f.replaceWithError(status, unsafe)
+		return
+	}
 	f.ResponseWriter.WriteHeader(status)
 }
 
+// replaceWithError sends a 502 with OCI error JSON in place of an upstream
+// response whose header field named unsafe cannot be made safe.
+func (f *responseFixer) replaceWithError(upstreamStatus int, unsafe string) {
+	if f.logger != nil {
+		if c := f.logger.Check(zapcore.ErrorLevel, "upstream response rejected"); c != nil {
+			c.Write(
+				zap.String("method", f.request.Method),
+				zap.String("uri", f.request.RequestURI),
+				zap.Int("upstream_status", upstreamStatus),
+				zap.String("header", unsafe),
+			)
+		}
+	}
+	h := f.ResponseWriter.Header()
+	for name := range h {
+		// Server and Alt-Svc come from Caddy, everything else from the
+		// upstream
+		if name != "Server" && name != "Alt-Svc" {
+			delete(h, name)
+		}
+	}
+	f.replaced = true
+	f.droppedHeader = http.Header{}
+	f.status = http.StatusBadGateway
+	writeRegistryError(f.ResponseWriter, f.request, f.apiVersion, &registryError{
+		status:  http.StatusBadGateway,
+		code:    codeUnavailable,
+		message: "the upstream registry sent a " + unsafe + " header that cannot be passed on safely",
+		detail:  map[string]string{"header": unsafe},
+	})
+}
+
+// Write passes the body on, or discards it after the response was
+// replaced; reverse_proxy then reads the upstream body to its end.
 func (f *responseFixer) Write(p []byte) (int, error) {
 	if !f.wroteHeader {
 		f.WriteHeader(http.StatusOK)
+	}
+	if f.replaced {
+		return len(p), nil
 	}
 	return f.ResponseWriter.Write(p)
 }
@@ -50,6 +113,9 @@ func (f *responseFixer) Write(p []byte) (int, error) {
 func (f *responseFixer) ReadFrom(r io.Reader) (int64, error) {
 	if !f.wroteHeader {
 		f.WriteHeader(http.StatusOK)
+	}
+	if f.replaced {
+		return io.Copy(io.Discard, r)
 	}
 	return f.ResponseWriterWrapper.ReadFrom(r)
 }
@@ -70,13 +136,19 @@ func (f *responseFixer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return http.NewResponseController(f.ResponseWriter).Hijack()
 }
 
-func (f *responseFixer) fixHeader(h http.Header) {
+// fixHeader applies the registry rules to the upstream's response header.
+// It returns the name of the first header field that cannot be made safe
+// (see isSafeURL and isSafeChallenge), or "".
+func (f *responseFixer) fixHeader(h http.Header) string {
 	setAPIVersion(h, f.apiVersion)
 	for _, name := range [...]string{"Location", "Content-Location"} {
 		values := h[name]
 		for i, v := range values {
 			if rewritten, changed := f.rewriter.rewriteURL(v); changed {
 				values[i] = rewritten
+			}
+			if !isSafeURL(values[i]) {
+				return name
 			}
 		}
 	}
@@ -85,7 +157,11 @@ func (f *responseFixer) fixHeader(h http.Header) {
 		if rewritten, changed := f.rewriter.rewriteBearerRealm(c); changed {
 			challenges[i] = rewritten
 		}
+		if !isSafeChallenge(challenges[i]) {
+			return "WWW-Authenticate"
+		}
 	}
+	return ""
 }
 
 // passTracker records whether the handlers after the module wrote anything

@@ -32,6 +32,13 @@ func newOriginRewriter(r *http.Request, upstreamHosts []string, prefix string) o
 		scheme = "https"
 	}
 	host, port := splitHostPort(r.Host)
+	if strings.IndexByte(r.Host, '@') >= 0 || !isPublicHost(host, port) {
+		// Go accepts Host values (and absolute-form request targets) with
+		// characters such as ',', '"' or '@', which would change the
+		// meaning of a URL or auth-param built from them. Such a request
+		// gets the upstream's URLs unchanged.
+		return originRewriter{upstreamHosts: upstreamHosts, prefix: prefix}
+	}
 	hostport := host
 	if port != "" && !(scheme == "https" && port == "443") && !(scheme == "http" && port == "80") {
 		hostport = net.JoinHostPort(strings.Trim(host, "[]"), port)
@@ -55,6 +62,11 @@ func (o originRewriter) rewriteURL(u string) (string, bool) {
 	}
 	if strings.HasPrefix(u, "/") && !strings.HasPrefix(u, "//") {
 		trimmed := o.trimPrefix(u)
+		if isNetworkPathReference(trimmed) {
+			// "/prefix//evil.example/" without its prefix would name
+			// another host; keep it on the public origin instead
+			return o.origin + trimmed, true
+		}
 		return trimmed, trimmed != u
 	}
 
@@ -84,25 +96,78 @@ func (o originRewriter) isOwnHost(host string) bool {
 }
 
 // trimPrefix removes the path prefix from a path that starts with it as a
-// whole segment.
+// whole segment. A path that would still start with the prefix afterwards
+// is left as it is, so that rewriting a rewritten URL changes nothing.
 func (o originRewriter) trimPrefix(pathAndQuery string) string {
-	if o.prefix == "" {
-		return pathAndQuery
-	}
-	rest, ok := strings.CutPrefix(pathAndQuery, o.prefix)
+	trimmed, ok := o.cutPrefix(pathAndQuery)
 	if !ok {
 		return pathAndQuery
 	}
+	if _, again := o.cutPrefix(trimmed); again {
+		return pathAndQuery
+	}
+	return trimmed
+}
+
+func (o originRewriter) cutPrefix(pathAndQuery string) (string, bool) {
+	if o.prefix == "" {
+		return pathAndQuery, false
+	}
+	rest, ok := strings.CutPrefix(pathAndQuery, o.prefix)
+	if !ok {
+		return pathAndQuery, false
+	}
 	if rest == "" {
-		return "/"
+		return "/", true
 	}
 	switch rest[0] {
 	case '/':
-		return rest
+		return rest, true
 	case '?', '#':
-		return "/" + rest
+		return "/" + rest, true
 	}
-	return pathAndQuery
+	return pathAndQuery, false
+}
+
+// isNetworkPathReference reports whether a relative URL starts with two
+// slashes, or a slash and a backslash, which clients (browsers treat a
+// backslash like a slash) resolve against another host.
+func isNetworkPathReference(u string) bool {
+	return len(u) >= 2 && u[0] == '/' && (u[1] == '/' || u[1] == '\\')
+}
+
+// isPublicHost reports whether a host and port from the request can be
+// put into URLs as they are: a DNS name or IPv4 address (letters, digits,
+// "-", ".", "_", "~"), or a bracketed IPv6 literal, and a numeric port.
+func isPublicHost(host, port string) bool {
+	if host == "" {
+		return false
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	if strings.HasPrefix(host, "[") {
+		inner, ok := strings.CutSuffix(host[1:], "]")
+		if !ok || inner == "" {
+			return false
+		}
+		for i := 0; i < len(inner); i++ {
+			c := inner[i]
+			if !(isAlnum(c) || c == ':' || c == '.') {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(isAlnum(c) || strings.IndexByte("-._~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // splitAbsoluteURL splits "scheme://authority/rest" or "//authority/rest"
@@ -233,4 +298,76 @@ func closingQuote(s string, from int) int {
 		}
 	}
 	return -1
+}
+
+// maxURLHeaderLength bounds Location, Content-Location and
+// WWW-Authenticate values passed to clients. Upload URLs with their state
+// and signed storage redirects stay well below it, and common servers
+// reject request lines of more than 8 KiB anyway, so a client could not
+// follow a longer URL.
+const maxURLHeaderLength = 8 << 10
+
+// isSafeURL reports whether a Location or Content-Location value, after
+// rewriting, can be passed to a client. It cannot in these cases:
+//   - It is longer than maxURLHeaderLength.
+//   - It contains anything but printable ASCII, or a backslash, which
+//     browsers and Go read differently in an authority.
+//   - It has a scheme other than http or https, such as javascript:,
+//     data:, or "null:" on a host that is not rewritten.
+//   - It has userinfo, which RFC 9110 (section 4.2.4) forbids in http
+//     URIs and which hides the real host from a reader
+//     ("http://mydocker@evil/").
+func isSafeURL(u string) bool {
+	if len(u) > maxURLHeaderLength {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if c := u[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+
+	// a scheme is everything before the first colon, unless a slash,
+	// question mark or hash comes first (then it is a relative reference)
+	if colon := strings.IndexByte(u, ':'); colon >= 0 && !strings.ContainsAny(u[:colon], "/?#") {
+		scheme := u[:colon]
+		if !strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https") {
+			return false
+		}
+		if !strings.HasPrefix(u[colon+1:], "//") {
+			return false
+		}
+	}
+	if authority, _, ok := splitAbsoluteURL(u); ok && strings.IndexByte(authority, '@') >= 0 {
+		return false
+	}
+	return true
+}
+
+// isSafeChallenge reports whether a WWW-Authenticate value, after
+// rewriting, can be passed to a client: at most maxURLHeaderLength long,
+// printable ASCII with spaces and tabs, and a Bearer realm, if any, that
+// isSafeURL accepts, since clients send credentials to it.
+func isSafeChallenge(challenge string) bool {
+	if len(challenge) > maxURLHeaderLength {
+		return false
+	}
+	for i := 0; i < len(challenge); i++ {
+		if c := challenge[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+			return false
+		}
+	}
+	if len(challenge) < 7 || !strings.EqualFold(challenge[:7], "bearer ") {
+		return true
+	}
+	start, end, quoted := findParam(challenge, "realm")
+	if start < 0 {
+		return true
+	}
+	realm := challenge[start:end]
+	if quoted && strings.IndexByte(realm, '\\') >= 0 {
+		// a realm URL has no reason to contain quoted-pair escapes
+		return false
+	}
+	return isSafeURL(realm)
 }

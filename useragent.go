@@ -40,15 +40,22 @@ type userAgentRule struct {
 
 // rejects reports whether any User-Agent line of a request matches.
 func (rule userAgentRule) rejects(agents []string) bool {
+	return rule.rejection(agents) != reasonUnset
+}
+
+// rejection returns reasonOldClient or reasonUserAgent for the first
+// User-Agent line that the rule rejects, and reasonUnset if it rejects
+// none.
+func (rule userAgentRule) rejection(agents []string) rejectionReason {
 	for _, ua := range agents {
 		if rule.rejectOldDocker && isOldDockerClient(ua) {
-			return true
+			return reasonOldClient
 		}
 		for _, p := range rule.patterns {
 			if p.MatchString(ua) {
-				return true
+				return reasonUserAgent
 			}
 		}
 	}
-	return false
+	return reasonUnset
 }
