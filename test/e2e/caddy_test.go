@@ -77,9 +77,13 @@ func prepareTestConfig(t *testing.T, cfg []byte, dataDir string) []byte {
 		t.Fatal(err)
 	}
 	c["storage"] = map[string]any{"module": "file_system", "root": dataDir}
-	if _, ok := c["admin"]; !ok {
-		c["admin"] = map[string]any{"disabled": true}
+	admin, _ := c["admin"].(map[string]any)
+	if admin == nil {
+		admin = map[string]any{"disabled": true}
+		c["admin"] = admin
 	}
+	// tests must not write Caddy's autosave file in the home directory
+	admin["config"] = map[string]any{"persist": false}
 	c["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
 		"level":  "ERROR",
 		"writer": map[string]any{"output": "file", "filename": filepath.Join(dataDir, "caddy.log")},
