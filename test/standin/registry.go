@@ -179,6 +179,10 @@ type distributionConfig struct {
 	prefix string
 	// htpasswdPath turns on Distribution's htpasswd access controller.
 	htpasswdPath string
+	// perNameBlobs leaves out the repository-wide blob middleware, so the
+	// registry keeps Distribution's own rule that a blob belongs to the
+	// image names it was pushed or mounted to.
+	perNameBlobs bool
 }
 
 // newDistributionRegistry creates a Distribution registry with in-memory
@@ -233,6 +237,9 @@ func (c distributionConfig) build() (*configuration.Configuration, error) {
 		config.Auth = configuration.Auth{
 			"htpasswd": configuration.Parameters{"realm": basicRealm, "path": c.htpasswdPath},
 		}
+	}
+	if c.perNameBlobs {
+		return config, nil
 	}
 	middleware, err := registerRepositoryBlobs()
 	if err != nil {
