@@ -169,7 +169,7 @@ func (h *Handler) handleProxyError(fixer *responseFixer, r *http.Request, err er
 	if status == 499 {
 		return err
 	}
-	message := "the upstream registry failed to answer"
+	message := "the request to the upstream registry failed"
 	switch status {
 	case http.StatusBadGateway:
 		message = "the upstream registry is unreachable"
@@ -197,7 +197,7 @@ func (n notFoundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) error
 	writeRegistryError(w, r, n.apiVersion, &registryError{
 		status:  http.StatusNotFound,
 		code:    codeUnsupported,
-		message: "no target handler answered this request",
+		message: "the target handler passed the request on without a response",
 	})
 	return nil
 }

@@ -152,6 +152,14 @@ func (f *responseFixer) fixHeader(h http.Header) string {
 			}
 		}
 	}
+	// pagination of the catalog and tag lists names the next page in a
+	// Link header, with the path prefix of path-based routing
+	links := h["Link"]
+	for i, v := range links {
+		if rewritten, changed := f.rewriter.rewriteLinks(v); changed {
+			links[i] = rewritten
+		}
+	}
 	challenges := h["Www-Authenticate"]
 	for i, c := range challenges {
 		if rewritten, changed := f.rewriter.rewriteBearerRealm(c); changed {

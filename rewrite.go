@@ -371,3 +371,41 @@ func isSafeChallenge(challenge string) bool {
 	}
 	return isSafeURL(realm)
 }
+
+// rewriteLinks rewrites each URI reference between angle brackets in a
+// Link header value (RFC 8288), such as the next page of a tag list, and
+// keeps the link parameters as sent.
+func (o originRewriter) rewriteLinks(value string) (string, bool) {
+	var out strings.Builder
+	changed := false
+	rest := value
+	for {
+		start := strings.IndexByte(rest, '<')
+		if start < 0 {
+			break
+		}
+		end := strings.IndexByte(rest[start:], '>')
+		if end < 0 {
+			break
+		}
+		end += start
+		rewritten, ok := o.rewriteURL(rest[start+1 : end])
+		if ok && isSafeURL(rewritten) {
+			if !changed {
+				out.Grow(len(value))
+				changed = true
+			}
+			out.WriteString(rest[:start+1])
+			out.WriteString(rewritten)
+		} else {
+			out.WriteString(rest[:end])
+		}
+		out.WriteByte('>')
+		rest = rest[end+1:]
+	}
+	if !changed {
+		return value, false
+	}
+	out.WriteString(rest)
+	return out.String(), true
+}
