@@ -85,7 +85,7 @@ func decodeSegments(escaped string) ([]string, *registryError) {
 			return nil, invalidPath("the path has a dot segment")
 		}
 		if !isSafeSegment(seg) {
-			return nil, invalidPath("the path has a slash, control or non-ASCII character inside a segment")
+			return nil, invalidPath("a path segment contains a slash, backslash, semicolon, percent sign, control or non-ASCII character")
 		}
 		segments[i] = seg
 	}

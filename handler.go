@@ -45,6 +45,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Header.Get("Upgrade") != "" {
 		r.Header.Del("Upgrade")
 	}
+	// reverse_proxy replaces the X-Forwarded headers of untrusted clients
+	// but passes Forwarded (RFC 7239) on, and Jetty, which Nexus runs on,
+	// builds URLs from it
+	if _, ok := r.Header["Forwarded"]; ok && !isTrustedProxy(r) {
+		r.Header.Del("Forwarded")
+	}
 	// Nexus serves its token endpoint at the root of the base URL, also
 	// for repositories reached through path-based routing
 	if target.PathPrefix != "" && req.operation != opToken {
@@ -86,6 +92,7 @@ func (h *Handler) route(r *http.Request) (apiRequest, string, *Target, *registry
 			code:    codeUnsupported,
 			message: "method " + r.Method + " is not supported by the registry API",
 			reason:  reasonMethod,
+			allow:   "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
 		}
 	}
 
@@ -103,12 +110,22 @@ func (h *Handler) route(r *http.Request) (apiRequest, string, *Target, *registry
 			code:    codeUnsupported,
 			message: "this registry endpoint is read-only; push to a hosted repository endpoint instead",
 			reason:  reasonReadOnly,
+			allow:   readOnlyAllow(req),
 		}
 	}
 	if h.Push == nil {
 		return req, targetPull, h.Pull, nil
 	}
 	return req, targetPush, h.Push, nil
+}
+
+// readOnlyAllow lists the methods that a read-only endpoint accepts on the
+// path of a rejected write: none for upload sessions.
+func readOnlyAllow(req apiRequest) string {
+	if req.operation == opUpload {
+		return ""
+	}
+	return "GET, HEAD, OPTIONS"
 }
 
 // goesToPush applies the routing table: upload sessions and writes go to
@@ -200,6 +217,13 @@ func (n notFoundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) error
 		message: "the target handler passed the request on without a response",
 	})
 	return nil
+}
+
+// isTrustedProxy reports whether Caddy's trusted_proxies matched the
+// client.
+func isTrustedProxy(r *http.Request) bool {
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted
 }
 
 // isAPIPath reports whether a decoded path belongs to the registry API v2,

@@ -165,6 +165,12 @@ func (h *Handler) Validate() error {
 	default:
 		return fmt.Errorf(`invalid blob_head %q: must be "push" or "pull"`, h.BlobHead)
 	}
+	if h.BlobHead == "push" && h.Push == nil {
+		return fmt.Errorf("blob_head push needs a push target")
+	}
+	if !isValidHeaderValue(h.APIVersion) {
+		return fmt.Errorf("invalid api_version %q: must be printable ASCII", h.APIVersion)
+	}
 	for _, t := range []*Target{h.Pull, h.Push} {
 		if t != nil {
 			if err := validatePathPrefix(t.PathPrefix); err != nil {
@@ -249,6 +255,20 @@ func validatePathPrefix(prefix string) error {
 }
 
 const defaultAPIVersion = "registry/2.0"
+
+// isValidHeaderValue accepts non-empty printable ASCII with inner spaces,
+// which every HTTP version sends unchanged.
+func isValidHeaderValue(v string) bool {
+	if v == "" || v[0] == ' ' || v[len(v)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < ' ' || v[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // Interface guards
 var (

@@ -27,6 +27,7 @@ type registryError struct {
 	message string
 	detail  any
 	reason  rejectionReason // for the rejections metric
+	allow   string          // Allow header of a 405, as RFC 9110 requires
 }
 
 func (e *registryError) Error() string { return e.code + ": " + e.message }
@@ -61,6 +62,9 @@ func writeRegistryError(w http.ResponseWriter, r *http.Request, apiVersion strin
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("X-Content-Type-Options", "nosniff")
 	setAPIVersion(h, apiVersion)
+	if e.allow != "" {
+		h.Set("Allow", e.allow)
+	}
 	w.WriteHeader(e.status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)

@@ -223,6 +223,8 @@ func splitHostPort(authority string) (host, port string) {
 // rewriteBearerRealm rewrites the realm parameter of a Bearer challenge in
 // a WWW-Authenticate value. Other schemes and parameters are kept as sent.
 func (o originRewriter) rewriteBearerRealm(challenge string) (string, bool) {
+	// NOTE: only a challenge that starts the header line is recognised; a
+	// Bearer challenge after another scheme on one line keeps its realm.
 	if len(challenge) < 7 || !strings.EqualFold(challenge[:7], "bearer ") {
 		return challenge, false
 	}
