@@ -1,0 +1,40 @@
+package dockerregistry
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestProxyDefaultsKeepUserTransport(t *testing.T) {
+	cases := []struct {
+		name      string
+		in        string
+		keepAlive string
+	}{
+		{"no transport", `{"handler":"reverse_proxy"}`, `{"max_idle_conns_per_host":256}`},
+		{"user keep_alive kept", `{"handler":"reverse_proxy","transport":{"protocol":"http","keep_alive":{"max_idle_conns_per_host":8}}}`, `{"max_idle_conns_per_host":8}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := withProxyDefaults(json.RawMessage(c.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var proxy struct {
+				Transport map[string]json.RawMessage `json:"transport"`
+			}
+			if err := json.Unmarshal(out, &proxy); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(proxy.Transport["keep_alive"]); got != c.keepAlive {
+				t.Errorf("keep_alive: got %s, want %s", got, c.keepAlive)
+			}
+			if got := string(proxy.Transport["versions"]); got != `["1.1"]` {
+				t.Errorf("versions: got %s, want [\"1.1\"]", got)
+			}
+			if got := string(proxy.Transport["compression"]); got != `false` {
+				t.Errorf("compression: got %s, want false", got)
+			}
+		})
+	}
+}
