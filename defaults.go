@@ -20,9 +20,9 @@ const defaultReadTimeout = "900s"
 //     the client's behalf and decompress, which drops Content-Length and
 //     breaks digest checks;
 //   - read_timeout 900s, see defaultReadTimeout;
-//   - keep_alive max_idle_conns_per_host 256: Go's default of 32 idle
-//     connections makes bursts of manifest and blob HEAD requests at
-//     higher concurrency open new upstream connections (measured in
+//   - keep_alive max_idle_conns_per_host 256: with reverse_proxy's
+//     default of 32, bursts of manifest and blob HEAD requests at higher
+//     concurrency open new upstream connections (measured in
 //     BENCHMARKS.md: 8 to 21% more requests per second at 64 clients);
 //   - X-Forwarded-Host without the port: Nexus 3.77 to 3.80 append the
 //     port again and advertise host:8083:8083.
@@ -73,8 +73,26 @@ func transportDefaults(raw json.RawMessage) (json.RawMessage, error) {
 	setIfAbsent(transport, "versions", `["1.1"]`)
 	setIfAbsent(transport, "compression", `false`)
 	setIfAbsent(transport, "read_timeout", `"`+defaultReadTimeout+`"`)
-	setIfAbsent(transport, "keep_alive", `{"max_idle_conns_per_host":256}`)
+	keepAlive, err := keepAliveDefaults(transport["keep_alive"])
+	if err != nil {
+		return nil, err
+	}
+	transport["keep_alive"] = keepAlive
 	return json.Marshal(transport)
+}
+
+// keepAliveDefaults sets max_idle_conns_per_host to 256 unless the user
+// set it, and keeps every other keep_alive setting, such as the idle
+// timeout that the Caddyfile's "keepalive" subdirective sets.
+func keepAliveDefaults(raw json.RawMessage) (json.RawMessage, error) {
+	keepAlive := map[string]json.RawMessage{}
+	if raw != nil {
+		if err := json.Unmarshal(raw, &keepAlive); err != nil {
+			return nil, fmt.Errorf("decoding proxy keep_alive: %v", err)
+		}
+	}
+	setIfAbsent(keepAlive, "max_idle_conns_per_host", "256")
+	return json.Marshal(keepAlive)
 }
 
 // forwardedHostDefault adds a replace operation that strips the port from

@@ -13,6 +13,7 @@ func TestProxyDefaultsKeepUserTransport(t *testing.T) {
 	}{
 		{"no transport", `{"handler":"reverse_proxy"}`, `{"max_idle_conns_per_host":256}`},
 		{"user keep_alive kept", `{"handler":"reverse_proxy","transport":{"protocol":"http","keep_alive":{"max_idle_conns_per_host":8}}}`, `{"max_idle_conns_per_host":8}`},
+		{"user idle timeout merged", `{"handler":"reverse_proxy","transport":{"protocol":"http","keep_alive":{"idle_timeout":30000000000}}}`, `{"idle_timeout":30000000000,"max_idle_conns_per_host":256}`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -97,8 +97,7 @@ func (p proxyPorts) contender(name string) *contender {
 // size limit, chunked uploads, forwarded headers, a 900 s read timeout,
 // the API version header on every response and the rejection of Docker
 // 1.5 and older. Everything else is at nginx's built-in defaults, except
-// worker_processes, which Debian's nginx.conf and the official Docker
-// image both set to auto.
+// worker_processes, which Debian's nginx.conf sets to auto.
 //
 // Tuned adds what the nginx documentation suggests for large transfers:
 // HTTP/1.1 with keep-alive to the upstream, unbuffered requests and

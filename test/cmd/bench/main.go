@@ -17,6 +17,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -42,6 +44,10 @@ func main() {
 		err = runReportCommand(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q; want run, upstream, registry, client, chart or report", os.Args[1])
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		// the flag package has printed the usage already
+		os.Exit(0)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
