@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -101,4 +102,23 @@ func FreePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// DataDir returns a new directory for Caddy's storage that is removed when
+// the test ends. Register it before starting Caddy, so that Caddy stops
+// first. The removal retries for a few seconds, because certificate
+// maintenance may still finish a write after Stop returns.
+func DataDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "caddy-docker-registry-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for os.RemoveAll(dir) != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	return dir
 }

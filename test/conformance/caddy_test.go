@@ -3,7 +3,6 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,7 +18,7 @@ import (
 // listener, logs in the data directory.
 func startCaddy(t *testing.T, siteName string, port int, siteBody string) string {
 	t.Helper()
-	dataDir := removableTempDir(t)
+	dataDir := caddyrun.DataDir(t)
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -69,22 +68,4 @@ func startCaddy(t *testing.T, siteName string, port int, siteBody string) string
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// removableTempDir returns a directory that is removed after Caddy
-// stopped. The removal retries, because certificate maintenance may still
-// finish a write after Stop returns.
-func removableTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "caddy-docker-registry-conformance-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for os.RemoveAll(dir) != nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-	return dir
 }

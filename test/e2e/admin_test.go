@@ -75,7 +75,7 @@ func TestThreePortJSONThroughAdminAPI(t *testing.T) {
 	t.Cleanup(ui.Close)
 
 	ports := threePortPorts{freePort(t), freePort(t), freePort(t), freePort(t)}
-	dataDir := tempDir(t)
+	dataDir := caddyrun.DataDir(t)
 
 	// a running Caddy with only its admin API, as after "caddy run"
 	bootstrap := fmt.Sprintf(`{"admin":{"listen":"127.0.0.1:%d"}}`, ports.admin)

@@ -299,7 +299,7 @@ func TestAdminAPIDocExamples(t *testing.T) {
 	t.Cleanup(ui.Close)
 
 	admin, group, snapshots, releasesPort, staging := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	dataDir := tempDir(t)
+	dataDir := caddyrun.DataDir(t)
 	addresses := strings.NewReplacer(
 		`"localhost:2019"`, fmt.Sprintf(`"127.0.0.1:%d"`, admin),
 		`":443"`, fmt.Sprintf(`"127.0.0.1:%d"`, group),

@@ -29,7 +29,7 @@ func startCaddyfile(t *testing.T, caddyfile string, waitFor ...string) *x509.Cer
 
 func startJSON(t *testing.T, cfg []byte, waitFor ...string) *x509.CertPool {
 	t.Helper()
-	dataDir := tempDir(t)
+	dataDir := caddyrun.DataDir(t)
 	cfg = prepareTestConfig(t, cfg, dataDir)
 	if err := caddyrun.Load(cfg); err != nil {
 		t.Fatalf("loading config: %v", err)
@@ -106,24 +106,6 @@ func prepareTestConfig(t *testing.T, cfg []byte, dataDir string) []byte {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// tempDir returns a directory for Caddy's storage that is removed after
-// Caddy stopped. Unlike t.TempDir, the removal retries, because
-// certificate maintenance may still finish a write after Stop returns.
-func tempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "caddy-docker-registry-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for os.RemoveAll(dir) != nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-	return dir
 }
 
 func freePort(t *testing.T) int {

@@ -19,7 +19,7 @@ func TestQuickstartPushAndPull(t *testing.T) {
 	cfg := quickstart.DefaultConfig()
 	cfg.Port, cfg.ReadOnlyPort = freePort(t), freePort(t)
 	cfg.AdminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg.DataDir = tempDir(t)
+	cfg.DataDir = caddyrun.DataDir(t)
 	cfg.Ports = standin.Ports{}
 	env, err := quickstart.Start(ctx, cfg)
 	if err != nil {

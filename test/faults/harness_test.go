@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -49,7 +48,7 @@ type caddyOptions struct {
 // without starting it.
 func newTestCaddy(t *testing.T, opts caddyOptions) *testCaddy {
 	t.Helper()
-	dir := tempDir(t)
+	dir := caddyrun.DataDir(t)
 	tc := &testCaddy{port: freePort(t), dataDir: dir, logFile: filepath.Join(dir, "caddy.log")}
 	if opts.admin {
 		tc.admin = freePort(t)
@@ -197,24 +196,6 @@ func proxyTo(address string) map[string]any {
 		"handler":   "reverse_proxy",
 		"upstreams": []any{map[string]any{"dial": address}},
 	}}
-}
-
-// tempDir returns a directory for Caddy's storage that is removed after
-// Caddy stopped, retrying because certificate maintenance may still
-// finish a write after Stop returns.
-func tempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "caddy-docker-registry-faults-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for os.RemoveAll(dir) != nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-	return dir
 }
 
 func freePort(t *testing.T) int {
