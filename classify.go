@@ -25,7 +25,7 @@ const (
 // registry enforces (names of 256 characters and more are rejected there).
 const maxNameLength = 255
 
-// apiRequest is what the classifier learned from a request under /v2.
+// apiRequest is the classification of a request under /v2.
 type apiRequest struct {
 	operation  string
 	repository string

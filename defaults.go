@@ -8,7 +8,7 @@ import (
 
 // defaultReadTimeout matches nginx's proxy_read_timeout 900 of the classic
 // registry proxy: Nexus may take minutes to checksum or scan a layer
-// before it answers the final PUT of an upload.
+// before it responds to the final PUT of an upload.
 const defaultReadTimeout = "900s"
 
 // withProxyDefaults fills in registry-friendly settings for a nested
@@ -98,7 +98,7 @@ func keepAliveDefaults(raw json.RawMessage) (json.RawMessage, error) {
 // forwardedHostDefault adds a replace operation that strips the port from
 // X-Forwarded-Host, unless the user configured that header themselves.
 // reverse_proxy applies these operations after it sets the X-Forwarded
-// headers, so the operation sees the value it would send.
+// headers, so the operation receives the value that would be sent.
 func forwardedHostDefault(raw json.RawMessage) (json.RawMessage, error) {
 	if raw != nil && strings.Contains(strings.ToLower(string(raw)), "x-forwarded-host") {
 		return raw, nil

@@ -288,8 +288,8 @@ func TestEveryRegistryMethodProxied(t *testing.T) {
 
 func TestSlowFinalPutSurvivesServerTimeouts(t *testing.T) {
 	// Nexus checksums or scans a layer after reading the whole body and
-	// answers the final PUT minutes later; here the pause is five times
-	// the server's idle timeouts
+	// responds to the final PUT minutes later. Here the pause is five
+	// times the server's idle timeouts.
 	const pause = 1500 * time.Millisecond
 	tc, up := startSingle(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(pause)

@@ -76,7 +76,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 }
 
 // route classifies the request and picks its target, or returns the error
-// that the module answers instead.
+// that the module sends instead.
 func (h *Handler) route(r *http.Request) (apiRequest, string, *Target, *registryError) {
 	if reason := h.uaRule.rejection(r.Header.Values("User-Agent")); reason != reasonUnset {
 		return apiRequest{operation: opInvalid}, targetModule, nil, &registryError{
@@ -128,8 +128,8 @@ func readOnlyAllow(req apiRequest) string {
 	return "GET, HEAD, OPTIONS"
 }
 
-// goesToPush applies the routing table: upload sessions and writes go to
-// the push target; blob HEAD follows blob_head; the token endpoint and
+// goesToPush applies the routing table. Upload sessions and writes go to
+// the push target, and blob HEAD follows blob_head. The token endpoint and
 // reads go to the pull target.
 func (h *Handler) goesToPush(method string, req apiRequest) bool {
 	switch {
@@ -168,8 +168,8 @@ func (h *Handler) serveOutsideAPI(w http.ResponseWriter, r *http.Request, next c
 	return nil
 }
 
-// handleProxyError answers a failed upstream round trip with OCI error
-// JSON, since registry clients show the message of such a body and
+// handleProxyError sends OCI error JSON for a failed upstream round trip,
+// because registry clients show the message of such a body and
 // nothing of an empty one. Once the response has started, the error goes
 // back to Caddy, which aborts the connection so that a short body cannot
 // pass for a complete one.
@@ -182,7 +182,8 @@ func (h *Handler) handleProxyError(fixer *responseFixer, r *http.Request, err er
 	if errors.As(err, &handlerErr) && handlerErr.StatusCode != 0 {
 		status = handlerErr.StatusCode
 	}
-	// 499 means that the client went away: nobody reads a response
+	// 499 means that the client closed the connection, so no response can
+	// reach it
 	if status == 499 {
 		return err
 	}

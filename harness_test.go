@@ -199,7 +199,7 @@ type recordedRequest struct {
 }
 
 // upstream is a recording HTTP server standing in for a registry; respond
-// decides the answer after the body has been read.
+// writes the response after the body has been read.
 type upstream struct {
 	*httptest.Server
 	name string

@@ -49,10 +49,10 @@ type Handler struct {
 	ReadOnly bool `json:"read_only,omitempty"`
 
 	// Where HEAD requests for blobs go: "push" or "pull". A client
-	// pushing an image asks with HEAD whether each layer exists; a group
-	// repository says yes for layers that only another member holds, the
-	// client skips the upload, and the hosted repository then rejects the
-	// manifest with MANIFEST_BLOB_UNKNOWN. Default: "push" when a push
+	// pushing an image sends HEAD to learn whether each layer exists. A group
+	// repository returns 200 for layers that only another member holds, so
+	// the client skips the upload, and the hosted repository then rejects
+	// the manifest with MANIFEST_BLOB_UNKNOWN. Default: "push" when a push
 	// target is configured, else "pull".
 	BlobHead string `json:"blob_head,omitempty"`
 
@@ -67,7 +67,7 @@ type Handler struct {
 	AllowOldClients bool `json:"allow_old_clients,omitempty"`
 
 	// The value of Docker-Distribution-Api-Version on responses whose
-	// upstream sent none, and on errors the module answers itself.
+	// upstream sent none, and on errors the module sends itself.
 	// Default: "registry/2.0".
 	APIVersion string `json:"api_version,omitempty"`
 

@@ -19,7 +19,7 @@ const (
 	codeUnavailable   = "UNAVAILABLE"
 )
 
-// registryError is an error the module answers itself, in the body shape
+// registryError is an error response that the module sends itself, in the body shape
 // that the OCI distribution specification defines for registry errors.
 type registryError struct {
 	status  int

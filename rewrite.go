@@ -9,7 +9,7 @@ import (
 // originRewriter turns URLs that an upstream built for itself into URLs on
 // the public origin the client used. Registries put absolute URLs in
 // Location (upload sessions), Content-Location and the realm of a Bearer
-// challenge; behind a proxy they often name their own dial address, plain
+// challenge. Behind a proxy they often name their own dial address, plain
 // http, an explicit :443, a doubled port or the scheme "null".
 type originRewriter struct {
 	// origin is scheme://host[:port] as the client reached the module,
@@ -53,7 +53,7 @@ func newOriginRewriter(r *http.Request, upstreamHosts []string, prefix string) o
 
 // rewriteURL returns the public form of a URL sent by the upstream and
 // whether it changed. Absolute URLs on an upstream host or on the public
-// host are moved to the public origin; the path, query and fragment are
+// host are moved to the public origin. The path, query and fragment are
 // kept byte for byte, less the path prefix. Relative URLs only lose the
 // prefix. URLs on any other host are returned unchanged.
 func (o originRewriter) rewriteURL(u string) (string, bool) {

@@ -18,7 +18,7 @@ const (
 type routeCase struct {
 	method string
 	uri    string
-	target string // "pull", "push" or "" for an answer of the module
+	target string // "pull", "push" or "" when the module responds itself
 }
 
 // routingTable lists every row of the routing table, as a split

@@ -45,7 +45,7 @@ func threePortConfig(t *testing.T, ports threePortPorts, group, snapshots, relea
 }
 
 // adminRequest sends a request to Caddy's admin API and fails the test
-// unless it answers 200.
+// unless the status is 200.
 func adminRequest(t *testing.T, admin int, method, path string, body []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", admin, path), bytes.NewReader(body))

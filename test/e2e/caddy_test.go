@@ -76,7 +76,14 @@ func prepareTestConfig(t *testing.T, cfg []byte, dataDir string) []byte {
 	if err := json.Unmarshal(cfg, &c); err != nil {
 		t.Fatal(err)
 	}
+
+	// storage and logs in the test's directory
 	c["storage"] = map[string]any{"module": "file_system", "root": dataDir}
+	c["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
+		"level":  "ERROR",
+		"writer": map[string]any{"output": "file", "filename": filepath.Join(dataDir, "caddy.log")},
+	}}}
+
 	admin, _ := c["admin"].(map[string]any)
 	if admin == nil {
 		admin = map[string]any{"disabled": true}
@@ -84,10 +91,8 @@ func prepareTestConfig(t *testing.T, cfg []byte, dataDir string) []byte {
 	}
 	// tests must not write Caddy's autosave file in the home directory
 	admin["config"] = map[string]any{"persist": false}
-	c["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
-		"level":  "ERROR",
-		"writer": map[string]any{"output": "file", "filename": filepath.Join(dataDir, "caddy.log")},
-	}}}
+
+	// no trust-store install and no redirect listener on port 80
 	apps, _ := c["apps"].(map[string]any)
 	if apps == nil {
 		apps = map[string]any{}
@@ -101,6 +106,7 @@ func prepareTestConfig(t *testing.T, cfg []byte, dataDir string) []byte {
 			server["automatic_https"] = map[string]any{"disable_redirects": true}
 		}
 	}
+
 	out, err := json.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
