@@ -66,6 +66,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		logger:                h.logger,
 	}
 	proxyErr := target.proxy.ServeHTTP(fixer, r, notFoundHandler{apiVersion: h.APIVersion})
+	if proxyErr == nil {
+		fixer.finishBody()
+	}
 	err := proxyErr
 	if err != nil {
 		err = h.handleProxyError(fixer, r, err)
@@ -263,7 +266,7 @@ func setPlaceholders(repl *caddy.Replacer, req apiRequest, target string) {
 }
 
 func (h *Handler) logRejection(r *http.Request, req apiRequest, rerr *registryError) {
-	if c := h.rejectLogger.Check(zapcore.InfoLevel, "rejected registry request"); c != nil {
+	if c := h.logger.Check(zapcore.InfoLevel, "rejected registry request"); c != nil && h.rejectLimit.allow(time.Now()) {
 		// split as in Caddy's access log, which has the same two fields
 		remoteIP, remotePort, _ := net.SplitHostPort(r.RemoteAddr)
 		c.Write(

@@ -723,7 +723,11 @@ func TestObserverKeepsReadFromFastPath(t *testing.T) {
 		req:                   apiRequest{operation: opBlob},
 		target:                targetPull,
 	}
-	fixer := &responseFixer{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: o}, apiVersion: defaultAPIVersion}
+	fixer := &responseFixer{
+		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: o},
+		apiVersion:            defaultAPIVersion,
+		request:               httptest.NewRequest(http.MethodGet, "/v2/a/blobs/sha256:x", nil),
+	}
 
 	n, err := fixer.ReadFrom(bytes.NewReader(make([]byte, 1<<20)))
 	if err != nil || n != 1<<20 {

@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -75,7 +73,7 @@ type Handler struct {
 	blobHeadPush  bool
 	upstreamHosts []string
 	logger        *zap.Logger
-	rejectLogger  *zap.Logger
+	rejectLimit   *rejectionLimiter
 	metrics       *registryMetrics
 }
 
@@ -110,9 +108,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	// rejections can come in floods from scanners or a misconfigured
 	// client: log the first few each second, then one in a hundred
-	h.rejectLogger = h.logger.WithOptions(zap.WrapCore(func(core zapcore.Core) zapcore.Core {
-		return zapcore.NewSamplerWithOptions(core, time.Second, 5, 100)
-	}))
+	h.rejectLimit = new(rejectionLimiter)
 
 	var err error
 	if h.metrics, err = provisionMetrics(ctx); err != nil {

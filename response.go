@@ -30,6 +30,9 @@ type responseFixer struct {
 	// upstream's header and body then go nowhere.
 	replaced      bool
 	droppedHeader http.Header
+
+	// aligner is set for large HTTP/2 downloads (see h2frames.go)
+	aligner *frameAligner
 }
 
 // Header returns the header map of the response, or a detached map once
@@ -60,6 +63,9 @@ func (f *responseFixer) WriteHeader(status int) {
 	if unsafe := f.fixHeader(f.ResponseWriter.Header()); unsafe != "" {
 		f.replaceWithError(status, unsafe)
 		return
+	}
+	if shouldAlignFrames(f.request, status, f.ResponseWriter.Header()) {
+		f.aligner = &frameAligner{w: f.ResponseWriter}
 	}
 	f.ResponseWriter.WriteHeader(status)
 }
@@ -105,6 +111,9 @@ func (f *responseFixer) Write(p []byte) (int, error) {
 	if f.replaced {
 		return len(p), nil
 	}
+	if f.aligner != nil {
+		return f.aligner.Write(p)
+	}
 	return f.ResponseWriter.Write(p)
 }
 
@@ -117,6 +126,9 @@ func (f *responseFixer) ReadFrom(r io.Reader) (int64, error) {
 	if f.replaced {
 		return io.Copy(io.Discard, r)
 	}
+	if f.aligner != nil {
+		return io.Copy(f.aligner, r)
+	}
 	return f.ResponseWriterWrapper.ReadFrom(r)
 }
 
@@ -126,7 +138,28 @@ func (f *responseFixer) FlushError() error {
 	if !f.wroteHeader {
 		f.WriteHeader(http.StatusOK)
 	}
+	if f.aligner != nil {
+		if err := f.aligner.flush(); err != nil {
+			return err
+		}
+	}
 	return http.NewResponseController(f.ResponseWriter).Flush()
+}
+
+// finishBody sends the end of the body that the aligner held back, once
+// the proxy has copied the whole body.
+func (f *responseFixer) finishBody() {
+	if f.aligner == nil {
+		return
+	}
+	err := f.aligner.flush()
+	f.aligner.release()
+	f.aligner = nil
+	if err != nil {
+		// the client is gone: abort the stream, as reverse_proxy does
+		// when a body write fails
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // Hijack is reached only by protocol upgrades, which the module strips
