@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,7 +56,7 @@ func TestFrameAlignerWritesWholePieces(t *testing.T) {
 			if err := a.flush(); err != nil {
 				t.Fatal(err)
 			}
-			a.release()
+			a.close()
 			if !bytes.Equal(rec.joined(), body) {
 				t.Fatal("the bytes passed on differ from the body")
 			}
@@ -97,12 +98,82 @@ func TestFrameAlignerReportsFailedWrites(t *testing.T) {
 		t.Fatalf("Write with a failing underlying write = %d, %v; want 0 and an error", n, err)
 	}
 
+	// the bytes reported as not written never go out later
+	rec.failAt = 0
+	if err := a.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(rec.joined()); got != 100 {
+		t.Fatalf("flush after the failed write sent %d bytes, want the 100 held before it", got)
+	}
+
 	// a failing whole piece counts the pieces before it
 	rec = &recordingWriter{failAt: 2}
 	a = &frameAligner{w: rec}
 	n, err = a.Write(make([]byte, 3*alignedPieceLen))
 	if err == nil || n != alignedPieceLen {
 		t.Fatalf("Write failing at the second piece = %d, %v; want %d and an error", n, err, alignedPieceLen)
+	}
+}
+
+// lockedRecorder is a recordingWriter that the hold timer's goroutine
+// may write to.
+type lockedRecorder struct {
+	mu      sync.Mutex
+	rec     recordingWriter
+	flushes int
+}
+
+func (l *lockedRecorder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rec.Write(p)
+}
+
+func (l *lockedRecorder) flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.flushes++
+	return nil
+}
+
+func (l *lockedRecorder) state() (int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.rec.joined()), l.flushes
+}
+
+func TestFrameAlignerSendsHeldBytesAfterHoldTime(t *testing.T) {
+	l := &lockedRecorder{}
+	a := &frameAligner{w: l, flusher: l.flush}
+	defer a.close()
+	a.Write(make([]byte, 1000))
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sent, flushes := l.state()
+		if sent == 1000 && flushes == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after a 1000-byte write: %d bytes sent and %d flushes, want 1000 and 1 after %v", sent, flushes, maxHoldTime)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestFrameAlignerClosedSendsNothing(t *testing.T) {
+	l := &lockedRecorder{}
+	a := &frameAligner{w: l, flusher: l.flush}
+	a.Write(make([]byte, 1000))
+	a.close()
+
+	time.Sleep(5 * maxHoldTime)
+	if sent, flushes := l.state(); sent != 0 || flushes != 0 {
+		t.Fatalf("after close: %d bytes sent and %d flushes, want none", sent, flushes)
+	}
+	if n, err := a.Write([]byte("late")); err == nil || n != 0 {
+		t.Fatalf("Write after close = %d, %v; want 0 and an error", n, err)
 	}
 }
 
@@ -136,14 +207,7 @@ func TestFramesAlignedOnlyForLargeHTTP2Downloads(t *testing.T) {
 
 // blobBody is a deterministic body whose length is no multiple of the
 // piece size, so that the last piece is a partial one.
-func blobBody() []byte {
-	body := make([]byte, 1<<20+4321)
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := range body {
-		body[i] = byte(rng.Uint32())
-	}
-	return body
-}
+func blobBody() []byte { return generatedBody(1<<20+4321, 3) }
 
 func serveBlob(body []byte) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -153,6 +217,12 @@ func serveBlob(body []byte) http.HandlerFunc {
 }
 
 func TestHTTP2DownloadFramesFillTLSRecords(t *testing.T) {
+	// a loaded machine may pause the upstream for longer than the hold
+	// time, which sends a short frame on purpose
+	saved := maxHoldTime
+	maxHoldTime = time.Minute
+	t.Cleanup(func() { maxHoldTime = saved })
+
 	body := blobBody()
 	up := newUpstream(t, "registry", serveBlob(body))
 	tc := startCaddy(t, map[string]any{"handler": "docker_registry", "pull": proxyTo(up.dial())}, caddyOptions{})
@@ -198,27 +268,13 @@ func TestHTTP2RangeDownloadArrivesWhole(t *testing.T) {
 // every DATA frame and the body.
 func rawHTTP2Get(t *testing.T, tc *testCaddy, path string) ([]int, []byte) {
 	t.Helper()
-	conn, err := tls.Dial("tcp", tc.addr, &tls.Config{RootCAs: tc.rootCAs, ServerName: "localhost", NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	fr.WriteSettings(
+	conn, fr := dialRawHTTP2(t, tc,
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30},
 		http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20},
 	)
+	defer conn.Close()
 	fr.WriteWindowUpdate(0, 1<<30)
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "localhost:" + tc.port}, {":path", path}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
+	writeRawGet(fr, tc, path)
 
 	var frames []int
 	var body []byte
@@ -242,4 +298,33 @@ func rawHTTP2Get(t *testing.T, tc *testCaddy, path string) ([]int, []byte) {
 			t.Fatalf("server ended the exchange: %v", f)
 		}
 	}
+}
+
+// dialRawHTTP2 opens an HTTP/2 connection to the test server, sends the
+// client preface and settings, and returns a framer on it. The caller
+// closes the connection.
+func dialRawHTTP2(t *testing.T, tc *testCaddy, settings ...http2.Setting) (*tls.Conn, *http2.Framer) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", tc.addr, &tls.Config{RootCAs: tc.rootCAs, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	fr.WriteSettings(settings...)
+	return conn, fr
+}
+
+// writeRawGet sends the HEADERS frame of a GET for path on stream 1.
+func writeRawGet(fr *http2.Framer, tc *testCaddy, path string) {
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "localhost:" + tc.port}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
 }

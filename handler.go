@@ -65,9 +65,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		request:               r,
 		logger:                h.logger,
 	}
+	defer fixer.releaseBody()
 	proxyErr := target.proxy.ServeHTTP(fixer, r, notFoundHandler{apiVersion: h.APIVersion})
 	if proxyErr == nil {
-		fixer.finishBody()
+		proxyErr = fixer.finishBody()
 	}
 	err := proxyErr
 	if err != nil {

@@ -65,7 +65,10 @@ func (f *responseFixer) WriteHeader(status int) {
 		return
 	}
 	if shouldAlignFrames(f.request, status, f.ResponseWriter.Header()) {
-		f.aligner = &frameAligner{w: f.ResponseWriter}
+		f.aligner = &frameAligner{
+			w:       f.ResponseWriter,
+			flusher: http.NewResponseController(f.ResponseWriter).Flush,
+		}
 	}
 	f.ResponseWriter.WriteHeader(status)
 }
@@ -147,18 +150,22 @@ func (f *responseFixer) FlushError() error {
 }
 
 // finishBody sends the end of the body that the aligner held back, once
-// the proxy has copied the whole body.
-func (f *responseFixer) finishBody() {
+// the proxy has copied the whole body. An error means that the client is
+// gone.
+func (f *responseFixer) finishBody() error {
 	if f.aligner == nil {
-		return
+		return nil
 	}
 	err := f.aligner.flush()
-	f.aligner.release()
-	f.aligner = nil
-	if err != nil {
-		// the client is gone: abort the stream, as reverse_proxy does
-		// when a body write fails
-		panic(http.ErrAbortHandler)
+	f.aligner.close()
+	return err
+}
+
+// releaseBody stops the aligner however the proxy ended, a panic
+// included, so that its timer never writes after the handler returned.
+func (f *responseFixer) releaseBody() {
+	if f.aligner != nil {
+		f.aligner.close()
 	}
 }
 
