@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -422,13 +421,15 @@ func TestMetricsSurviveConfigReloads(t *testing.T) {
 }
 
 // doAcrossReload sends a request without a body and sends it once more if
-// the connection was closed before a response came. Right after a config
+// it failed without a timeout, such as when the connection was closed
+// before a response came (EOF, a reset, "server closed idle connection"). Right after a config
 // load, a new connection can still be accepted by the server that the load
 // replaced. That server closes it as idle without reading the request, so
 // the first attempt was not handled and the retry counts once.
 func doAcrossReload(c *http.Client, req *http.Request) (*http.Response, error) {
 	resp, err := c.Do(req)
-	if err == nil || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+	var netErr net.Error
+	if err == nil || (errors.As(err, &netErr) && netErr.Timeout()) {
 		return resp, err
 	}
 	c.CloseIdleConnections()
