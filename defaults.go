@@ -14,8 +14,8 @@ const defaultReadTimeout = "900s"
 // defaultWriteBufferSize holds one whole chunk of a chunked upload: up to
 // 32 KiB of data, which is what Go's transport reads from the client per
 // chunk, with its size line and CRLF. With the transport's default of
-// 4 KiB, net/http writes each chunk as three system calls (4 KiB, the
-// rest, and the CRLF with a flush); with this size, as one.
+// 4 KiB, net/http writes each chunk as three system calls: 4 KiB, the
+// rest, and the CRLF with a flush. With this size it writes one.
 const defaultWriteBufferSize = "33792"
 
 // withProxyDefaults fills in registry-friendly settings for a nested
