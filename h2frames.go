@@ -73,7 +73,8 @@ type frameAligner struct {
 	// The timer is armed at most once per maxHoldTime instead of at every
 	// write, which would cost 3% of the CPU of a download. writes counts
 	// the writes, and a timer that finds new ones since it was armed only
-	// arms itself again, so a remainder waits at most twice maxHoldTime.
+	// arms itself again. A remainder so waits at most about twice
+	// maxHoldTime, plus the latency of the timer.
 	timer        *time.Timer
 	timerPending bool
 	writes       uint64
@@ -119,10 +120,10 @@ func (a *frameAligner) fillPartial(p []byte) (int, error) {
 	if a.partial == nil || len(*a.partial) == 0 {
 		return 0, nil
 	}
-	held := len(*a.partial)
+	heldLen := len(*a.partial)
 	buf := *a.partial
-	copied := copy(buf[held:alignedPieceLen], p)
-	buf = buf[:held+copied]
+	copied := copy(buf[heldLen:alignedPieceLen], p)
+	buf = buf[:heldLen+copied]
 	if len(buf) < alignedPieceLen {
 		*a.partial = buf
 		return copied, nil
@@ -130,7 +131,7 @@ func (a *frameAligner) fillPartial(p []byte) (int, error) {
 	if _, err := a.w.Write(buf); err != nil {
 		// the bytes copied from p count as not written, so drop them to
 		// keep a later flush from sending them
-		*a.partial = buf[:held]
+		*a.partial = buf[:heldLen]
 		return 0, err
 	}
 	*a.partial = buf[:0]

@@ -16,9 +16,9 @@ bin=$(mktemp -d "${TMPDIR:-/tmp}/caddy-registry-bench-bin.XXXXXX")
 trap 'rm -rf "$bin"' EXIT
 
 cd "$root"
-# built with the flags xcaddy uses for the binaries that users run: no
-# symbol table and no DWARF data (82 MB becomes 58 MB); profiles still
-# name every function
+# Built with the flags that xcaddy uses for the binaries users run, so
+# without the symbol table and DWARF data (82 MB becomes 58 MB). Profiles
+# still name every function.
 go build -trimpath -ldflags "-w -s" -o "$bin/caddy" ./cmd/caddy
 (cd test && go build -o "$bin/bench" ./cmd/bench)
 
