@@ -168,8 +168,8 @@ func (a *frameAligner) flushHeld() {
 		return
 	}
 	if a.sendPartial() == nil && a.flusher != nil {
-		// a failed flush means the client is gone; the handler's next
-		// write fails the same way and ends the copy
+		// a failed flush means that the client is gone, and the handler's
+		// next write fails the same way and ends the copy
 		_ = a.flusher()
 	}
 }

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // recordingWriter keeps every write separately.
@@ -174,6 +176,27 @@ func TestFrameAlignerClosedSendsNothing(t *testing.T) {
 	}
 	if n, err := a.Write([]byte("late")); err == nil || n != 0 {
 		t.Fatalf("Write after close = %d, %v; want 0 and an error", n, err)
+	}
+}
+
+func TestFinishBodyReportsGoneClient(t *testing.T) {
+	// the hold timer must not send the held bytes before finishBody does
+	saved := maxHoldTime
+	maxHoldTime = time.Minute
+	t.Cleanup(func() { maxHoldTime = saved })
+
+	fixer := &responseFixer{
+		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: httptest.NewRecorder()},
+		request:               httptest.NewRequest(http.MethodGet, "/v2/a/blobs/sha256:x", nil),
+		aligner:               &frameAligner{w: &recordingWriter{failAt: 1}},
+	}
+	fixer.aligner.Write(make([]byte, 100))
+
+	if err := fixer.finishBody(); err == nil {
+		t.Fatal("finishBody with a failing final write: got no error, want one")
+	}
+	if n, err := fixer.aligner.Write([]byte("late")); err == nil || n != 0 {
+		t.Fatalf("Write after finishBody = %d, %v; want 0 and an error", n, err)
 	}
 }
 

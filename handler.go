@@ -267,7 +267,8 @@ func setPlaceholders(repl *caddy.Replacer, req apiRequest, target string) {
 }
 
 func (h *Handler) logRejection(r *http.Request, req apiRequest, rerr *registryError) {
-	if c := h.logger.Check(zapcore.InfoLevel, "rejected registry request"); c != nil && h.rejectLimit.allow(time.Now()) {
+	c := h.logger.Check(zapcore.InfoLevel, "rejected registry request")
+	if c != nil && h.rejectLimit.allow(time.Now()) {
 		// split as in Caddy's access log, which has the same two fields
 		remoteIP, remotePort, _ := net.SplitHostPort(r.RemoteAddr)
 		c.Write(
